@@ -1,0 +1,1 @@
+"""Audio codecs: VoxCPM's AudioVAE (and later DAC-style discrete codecs)."""

@@ -1,0 +1,1 @@
+"""Importers of official PyTorch checkpoints."""

@@ -1,0 +1,1 @@
+"""Data: tokenizers, manifests, corpora and input pipelines."""

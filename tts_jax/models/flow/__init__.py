@@ -1,0 +1,1 @@
+"""Flow-matching objectives and samplers shared by the flow-based models."""

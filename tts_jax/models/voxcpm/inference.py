@@ -1,0 +1,98 @@
+"""Autoregressive VoxCPM generation as pure functions: prefill, then one step per patch.
+
+`prefill` runs the prompt through TSLM and RALM and fills their KV caches; `generate_step`
+samples one patch from the current state and advances both LMs by that patch. Both are plain
+traced functions, so a caller can jit them, scan them (`generate_fixed`) or put them in a
+`while_loop` with stop flags.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from tts_jax.models.voxcpm.model import VoxCPM
+from tts_jax.nn.kv_cache import KVCache
+
+
+@struct.dataclass
+class DecodeState:
+  """Everything the next autoregressive step needs.
+
+  Attributes:
+    tslm_cache, ralm_cache: KV caches with positions < index filled.
+    lm_hidden: [B, H] FSQ'd TSLM state that conditions the next patch (and the stop head).
+    residual_hidden: [B, H] RALM state that conditions the next patch.
+    prev_patch: [B, P, D] the last patch (prompt audio or generated), LocDiT's prefix condition.
+    index: int32 scalar, the sequence position the next patch will occupy.
+  """
+
+  tslm_cache: KVCache
+  ralm_cache: KVCache
+  lm_hidden: jax.Array
+  residual_hidden: jax.Array
+  prev_patch: jax.Array
+  index: jax.Array
+
+
+def prefill(model: VoxCPM, text_tokens, text_mask, audio_feats, audio_mask, cache_length: int,
+            cache_dtype=jnp.float32) -> DecodeState:
+  """Runs a prompt [B, T] (tokens/masks) with patches [B, T, P, D] and fills the caches.
+
+  The prompt's last position must be the one before the first generated patch (the audio-start
+  token, or the last prompt patch in continuation mode).
+  """
+  b, t = text_tokens.shape
+  dtype = audio_feats.dtype
+  audio_mask_f = audio_mask.astype(dtype)
+  patch_embed = model.embed_patches(audio_feats)
+  inputs = model.combine_inputs(text_tokens, text_mask, patch_embed, audio_mask_f)
+  tslm_hidden, tslm_cache = model.tslm.prefill(inputs, model.tslm.init_cache(b, cache_length, cache_dtype))
+  semantic = model.semantic_code(tslm_hidden, text_mask, audio_mask_f)
+  residual_in = model.residual_input(semantic, audio_mask_f[..., None] * patch_embed)
+  ralm_hidden, ralm_cache = model.ralm.prefill(residual_in, model.ralm.init_cache(b, cache_length, cache_dtype))
+  return DecodeState(
+      tslm_cache=tslm_cache, ralm_cache=ralm_cache, lm_hidden=semantic[:, -1], residual_hidden=ralm_hidden[:, -1],
+      prev_patch=audio_feats[:, -1], index=jnp.asarray(t, jnp.int32))
+
+
+def generate_step(model: VoxCPM, state: DecodeState, z: jax.Array, *, num_steps: int,
+                  cfg_value: float | jax.Array) -> tuple[DecodeState, jax.Array, jax.Array]:
+  """Samples one patch and advances the LMs.
+
+  Args:
+    z: initial flow noise [B, P, D] (standard normal times the temperature).
+  Returns:
+    the new state, the patch [B, P, D], and the stop logits [B, 2] of the state that produced it
+    (the reference stops after emitting a patch whose conditioning state says stop).
+  """
+  mu = model.dit_condition(state.lm_hidden, state.residual_hidden)
+  patch = model.sample_patch(mu, state.prev_patch, z, num_steps=num_steps, cfg_value=cfg_value)
+  stop_logits = model.stop_logits(state.lm_hidden)
+  patch_embed = model.embed_patches(patch[:, None])[:, 0]
+  tslm_out, tslm_cache = model.tslm.decode_step(patch_embed, state.tslm_cache, state.index)
+  lm_hidden = model.fsq(tslm_out)
+  ralm_out, ralm_cache = model.ralm.decode_step(model.residual_input(lm_hidden, patch_embed), state.ralm_cache,
+                                                state.index)
+  new_state = DecodeState(tslm_cache=tslm_cache, ralm_cache=ralm_cache, lm_hidden=lm_hidden,
+                          residual_hidden=ralm_out, prev_patch=patch, index=state.index + 1)
+  return new_state, patch, stop_logits
+
+
+def generate_fixed(model: VoxCPM, state: DecodeState, noise: jax.Array, *, num_steps: int,
+                   cfg_value: float | jax.Array) -> tuple[jax.Array, jax.Array, DecodeState]:
+  """Generates len(noise) patches without stopping.
+
+  Args:
+    noise: [N, B, P, D] flow noise of each step.
+  Returns:
+    patches [B, N, P, D], stop logits [B, N, 2], the final state.
+  """
+
+  def body(state, z):
+    state, patch, stop = generate_step(model, state, z, num_steps=num_steps, cfg_value=cfg_value)
+    return state, (patch, stop)
+
+  state, (patches, stops) = jax.lax.scan(body, state, noise)
+  return jnp.swapaxes(patches, 0, 1), jnp.swapaxes(stops, 0, 1), state

@@ -1,0 +1,1 @@
+"""Model-agnostic building blocks: dense layers, norms, rotary embeddings, attention, convolutions."""

@@ -1,0 +1,1 @@
+"""Quantizers with straight-through estimators."""
