@@ -7,6 +7,8 @@ the same inputs and the same injected noise. Every comparison must agree to 1e-4
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,16 +49,18 @@ def test_audio_vae_encode_decode(pair):
   audio = rng.uniform(-0.5, 0.5, (2, length)).astype(np.float32)
   with torch.no_grad():
     ref_mu = ref.audio_vae.encode(_t(audio)[:, None], cfg.sample_rate).numpy()
-  assert_close(f"{name} AudioVAE encode", ours.audio_vae.encode(jnp.asarray(audio)), ref_mu.transpose(0, 2, 1))
+  assert_close(f"{name} AudioVAE encode", jax.jit(lambda v, a: v.encode(a))(ours.audio_vae, jnp.asarray(audio)),
+               ref_mu.transpose(0, 2, 1))
 
   z = rng.normal(size=(2, 9, cfg.latent_dim)).astype(np.float32)
   with torch.no_grad():
     ref_wav = ref.audio_vae.decode(_t(z).transpose(1, 2)).numpy()[:, 0]
-  assert_close(f"{name} AudioVAE decode", ours.audio_vae.decode(jnp.asarray(z)), ref_wav)
+  decode = jax.jit(lambda v, z, rate: v.decode(z, rate))
+  assert_close(f"{name} AudioVAE decode", decode(ours.audio_vae, jnp.asarray(z), cfg.output_sample_rate), ref_wav)
   if cfg.sr_bin_boundaries is not None:  # another conditioning bucket than the default output rate
     with torch.no_grad():
       ref_wav = ref.audio_vae.decode(_t(z).transpose(1, 2), torch.tensor([16000], dtype=torch.int32)).numpy()[:, 0]
-    assert_close(f"{name} AudioVAE decode @16k bucket", ours.audio_vae.decode(jnp.asarray(z), 16000), ref_wav)
+    assert_close(f"{name} AudioVAE decode @16k bucket", decode(ours.audio_vae, jnp.asarray(z), 16000), ref_wav)
 
 
 def test_local_encoder(pair):
@@ -136,10 +140,9 @@ def test_teacher_forcing_hidden_states_and_loss(pair):
       h.remove()
 
   jbatch = VoxCPMBatch(**{k: jnp.asarray(v) for k, v in batch.items()})
-  states = teacher_forcing(ours.model, jbatch, training=True)
   b, t = batch["text_tokens"].shape
   noise = _reference_flow_noise(1234, b * t, c.patch_size, c.feat_dim)
-  total, terms = voxcpm_loss(ours.model, jbatch, noise, training=True)
+  states, (total, terms) = _teacher_forcing_and_loss(ours.model, jbatch, noise)
 
   assert_close(f"{name} LocEnc (training batch)", ours.model.local_encoder(jbatch.audio_feats),
                captured["feat_encoder"].detach().numpy())
@@ -155,6 +158,11 @@ def test_teacher_forcing_hidden_states_and_loss(pair):
   y = (1 - noise.t[:, None, None]) * target + noise.t[:, None, None] * noise.z
   v = ours.model.local_dit(y, mu, noise.t, prev, jnp.zeros_like(noise.t))
   assert_close(f"{name} LocDiT velocity (training batch)", v, captured["dit"].detach().numpy().transpose(0, 2, 1))
+
+
+@jax.jit
+def _teacher_forcing_and_loss(model, batch, noise):
+  return teacher_forcing(model, batch, training=True), voxcpm_loss(model, batch, noise, training=True)
 
 
 def _prompt(config, mode, rng):
@@ -173,6 +181,13 @@ def _prompt(config, mode, rng):
     feats = [np.zeros((p, d))] + [rng.normal(size=(p, d)) for _ in range(ref_len)] + [np.zeros((p, d))] + feats
   return (np.array([tokens]), np.array([text_mask], np.int32), np.array([audio_mask], np.int32),
           np.stack(feats)[None].astype(np.float32))
+
+
+@functools.partial(jax.jit, static_argnums=(6,))
+def _generate(model, tokens, text_mask, feats, audio_mask, noise, steps):
+  state = prefill(model, tokens, text_mask, feats, audio_mask, cache_length=64)
+  patches, stops, _ = generate_fixed(model, state, noise, num_steps=steps, cfg_value=2.0)
+  return patches, stops
 
 
 def _modes(version):
@@ -203,10 +218,8 @@ def test_generation_fixed_patches(pair):
                                           inference_timesteps=steps, cfg_value=2.0)
       ref_patches = ref_seq.numpy()[-n_patches:]
 
-      state = prefill(ours.model, jnp.asarray(tokens), jnp.asarray(text_mask), jnp.asarray(feats),
-                      jnp.asarray(audio_mask), cache_length=64)
-      run = jax.jit(lambda m, s, z: generate_fixed(m, s, z, num_steps=steps, cfg_value=2.0))
-      patches, stops, _ = run(ours.model, state, jnp.asarray(noise))
+      patches, stops = _generate(ours.model, jnp.asarray(tokens), jnp.asarray(text_mask), jnp.asarray(feats),
+                                 jnp.asarray(audio_mask), jnp.asarray(noise), steps)
       label = f"{name} generate {mode} ({steps} steps)"
       assert_close(f"{label} patches", patches[0], ref_patches)
       assert_close(f"{label} stop logits", stops[0], np.concatenate(stop_logits)[:n_patches])

@@ -133,8 +133,9 @@ def randomize_(module, seed: int) -> None:
         p.add_(0.05 * torch.randn(p.shape, generator=gen))
 
 
-def build_reference(name: str, seed: int = 0):
-  """(reference model in eval mode, config dict) of a tiny random topology."""
+def build_reference(name: str, seed: int = 0, lora: dict | None = None):
+  """(reference model in eval mode, config dict) of a tiny random topology; `lora` (LoRAConfig
+  fields) wraps the reference's LoRA layers around the targeted linears."""
   ref = import_reference()
   torch = ref.torch
   cfg = topology(name)
@@ -145,7 +146,8 @@ def build_reference(name: str, seed: int = 0):
   torch.manual_seed(seed)
   vae = vae_cls(config=vae_cfg_cls(**cfg["audio_vae_config"]))
   model_cls = module.VoxCPM2Model if cfg["architecture"] == "voxcpm2" else module.VoxCPMModel
-  model = model_cls(config, _StubTokenizer(), vae, device="cpu")
+  lora_config = module.LoRAConfig(**lora) if lora else None
+  model = model_cls(config, _StubTokenizer(), vae, lora_config=lora_config, device="cpu")
   randomize_(model, seed + 1)
   return model.float().eval(), cfg
 
