@@ -140,7 +140,22 @@ def test_every_parameter_has_logical_axes():
   model = Transformer(_config(vocab_size=10), rngs=nnx.Rngs(0))
   for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
     axes = var.out_sharding
-    assert len(axes) == var.value.ndim, path
+    assert len(axes) == var.get_value().ndim, path
     assert (axes[0] == "layers") == ("layers" in path), path
   names = {a for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param)) for a in v.out_sharding}
   assert {"embed", "heads", "kv_heads", "mlp", "vocab", "layers"} <= names
+
+
+def test_unstacked_layers_compute_the_same():
+  model = Transformer(_config(vocab_size=10), rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(5), (2, 6, 32))
+  full = model(x, causal=True)
+  _, cache = model.prefill(x[:, :5], model.init_cache(2, 8))
+  step, _ = model.decode_step(x[:, 5], cache, jnp.int32(5))
+  model.unstack_layers()
+  assert not model.is_stacked and len(model.layers) == 3
+  np.testing.assert_allclose(model(x, causal=True), full, atol=1e-6)
+  _, cache = model.prefill(x[:, :5], model.init_cache(2, 8))
+  np.testing.assert_allclose(model.decode_step(x[:, 5], cache, jnp.int32(5))[0], step, atol=1e-6)
+  for _, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+    assert "layers" not in var.out_sharding

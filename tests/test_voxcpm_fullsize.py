@@ -28,14 +28,14 @@ def _abstract(name):
 
 
 def _param_count(module) -> int:
-  return sum(math.prod(v.value.shape) for _, v in nnx.to_flat_state(nnx.state(module, nnx.Param)))
+  return sum(math.prod(v.shape) for _, v in nnx.to_flat_state(nnx.state(module, nnx.Param)))
 
 
 def _expected_torch_shapes(module, rules) -> dict[str, tuple[int, ...]]:
   params = {tuple(p): v for p, v in nnx.to_flat_state(nnx.state(module, nnx.Param))}
   out = {}
   for rule in rules:
-    shape = tuple(params[rule.path].value.shape)
+    shape = tuple(params[rule.path].shape)
     out[rule.torch_key] = LAYOUTS[rule.layout].torch_shape(shape[1:] if rule.layer is not None else shape)
   return out
 

@@ -36,7 +36,7 @@ def folder(reference_dir, tmp_path):
 
 
 def _params(module):
-  return {p: np.asarray(v.value) for p, v in nnx.to_flat_state(nnx.state(module, nnx.Param))}
+  return {p: np.asarray(v.get_value()) for p, v in nnx.to_flat_state(nnx.state(module, nnx.Param))}
 
 
 def _rewrite(path, mutate):

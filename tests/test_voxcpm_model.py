@@ -46,7 +46,7 @@ def test_gradients_reach_every_trained_parameter():
 
   grads = jax.jit(jax.grad(loss_fn))(params)
   for path, g in nnx.to_flat_state(grads):
-    value = np.asarray(g.value)
+    value = np.asarray(g.get_value())
     assert np.all(np.isfinite(value)), path
     # The TSLM is trained only through the straight-through FSQ estimator and the stop head.
     if path[0] in ("tslm", "ralm", "local_dit", "local_encoder", "fsq") and path[-1] != "embedding":

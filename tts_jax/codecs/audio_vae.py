@@ -26,6 +26,35 @@ from tts_jax.nn.params import constant_init, param
 _DILATIONS = (1, 3, 9)
 
 
+def _apply(conv, x):
+  return conv(x)
+
+
+class _Streamer:
+  """Runs the decoder's causal convs in streaming mode: each takes the next incoming left
+  context and leaves its updated one in `outgoing`, in forward order."""
+
+  def __init__(self, contexts):
+    self._incoming = iter(contexts)
+    self.outgoing = []
+
+  def __call__(self, conv, x):
+    y, context = conv.stream(x, next(self._incoming))
+    self.outgoing.append(context)
+    return y
+
+
+class _ContextShapes:
+  """Collects the (zero) initial context of every causal conv, in forward order."""
+
+  def __init__(self):
+    self.contexts = []
+
+  def __call__(self, conv, x):
+    self.contexts.append(conv.stream_context(x.shape[0], x.dtype))
+    return conv(x)
+
+
 @dataclasses.dataclass(frozen=True)
 class AudioVAEConfig:
   version: int = 1
@@ -90,8 +119,8 @@ class ResidualUnit(nnx.Module):
     self.snake2 = Snake(channels, rngs=rngs)
     self.conv2 = WNConv1d(channels, channels, 1, rngs=rngs)
 
-  def __call__(self, x):
-    return x + self.conv2(self.snake2(self.conv1(self.snake1(x))))
+  def __call__(self, x, run=_apply):
+    return x + run(self.conv2, self.snake2(run(self.conv1, self.snake1(x))))
 
 
 def _residual_units(channels, depthwise, rngs):
@@ -154,14 +183,14 @@ class DecoderBlock(nnx.Module):
     self.noise = NoiseBlock(out_channels, rngs=rngs) if config.use_noise_block else None
     self.res_units = _residual_units(out_channels, config.depthwise, rngs)
 
-  def __call__(self, x, noise_key=None):
-    x = self.up(self.snake(x))
+  def __call__(self, x, noise_key=None, run=_apply):
+    x = run(self.up, self.snake(x))
     if self.noise is not None:
       if noise_key is None:
         raise ValueError("this AudioVAE has noise blocks: pass noise_key to decode")
       x = self.noise(x, noise_key)
     for unit in self.res_units:
-      x = unit(x)
+      x = unit(x, run)
     return x
 
 
@@ -208,16 +237,16 @@ class Decoder(nnx.Module):
     self.snake_out = Snake(out_width, rngs=rngs)
     self.conv_out = WNConv1d(out_width, 1, 7, left_pad=6, rngs=rngs)
 
-  def __call__(self, z_btd, bucket=None, noise_key=None):
-    x = self.conv_in(z_btd)
+  def __call__(self, z_btd, bucket=None, noise_key=None, run=_apply):
+    x = run(self.conv_in, z_btd)
     if self.conv_proj is not None:
-      x = self.conv_proj(x)
+      x = run(self.conv_proj, x)
     keys = [None] * len(self.blocks) if noise_key is None else list(jax.random.split(noise_key, len(self.blocks)))
     for i, block in enumerate(self.blocks):
       if self.sr_cond is not None:
         x = self.sr_cond[i](x, bucket)
-      x = block(x, keys[i])
-    return jnp.tanh(self.conv_out(self.snake_out(x)))
+      x = block(x, keys[i], run)
+    return jnp.tanh(run(self.conv_out, self.snake_out(x)))
 
 
 class AudioVAE(nnx.Module):
@@ -257,6 +286,28 @@ class AudioVAE(nnx.Module):
 
     `sample_rate` selects the version-2 decoder's conditioning (default: its output rate).
     """
+    return self.decoder(z_btd, self._bucket(sample_rate, z_btd.shape[0]), noise_key)[..., 0]
+
+  def _bucket(self, sample_rate, batch):
     rate = self.config.output_sample_rate if sample_rate is None else sample_rate
-    bucket = self.sample_rate_bucket(rate, z_btd.shape[0])
-    return self.decoder(z_btd, bucket, noise_key)[..., 0]
+    return self.sample_rate_bucket(rate, batch)
+
+  # --- streaming decode ------------------------------------------------------------------------
+  def decode_stream_init(self, batch: int, dtype=jnp.float32) -> tuple[jax.Array, ...]:
+    """Zero left contexts of every causal conv of the decoder (the state before any audio)."""
+    if self.config.use_noise_block:
+      raise ValueError("streaming decode does not support noise blocks")
+    collector = _ContextShapes()
+    dummy = jnp.zeros((batch, 1, self.config.latent_dim), dtype)
+    jax.eval_shape(lambda z: self.decoder(z, self._bucket(None, batch), None, collector), dummy)
+    return tuple(jnp.zeros(c.shape, c.dtype) for c in collector.contexts)
+
+  def decode_stream(self, z_btd: jax.Array, state: tuple[jax.Array, ...], sample_rate: int | None = None
+                    ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    """Decodes the next latent frames [B, F, D] given the state of the frames before them.
+
+    Feeding a latent sequence chunk by chunk gives exactly the chunks of `decode` of the whole
+    sequence (the decoder is causal and each conv carries its left context)."""
+    streamer = _Streamer(state)
+    audio = self.decoder(z_btd, self._bucket(sample_rate, z_btd.shape[0]), None, streamer)[..., 0]
+    return audio, tuple(streamer.outgoing)

@@ -20,8 +20,8 @@ class Layout:
 
 LAYOUTS: dict[str, Layout] = {
     "same": Layout(lambda a: a, lambda s: s),
-    # nn.Linear weight [out, in] -> kernel [in, out]
-    "linear": Layout(lambda a: a.T, lambda s: (s[1], s[0])),
+    # nn.Linear weight [out, in] is our Dense kernel layout as well
+    "linear": Layout(lambda a: a, lambda s: s),
     # Conv1d weight [out, in/groups, k] -> [k, in/groups, out]; weight_g [out, 1, 1] -> [out]
     "conv_v": Layout(lambda a: a.transpose(2, 1, 0), lambda s: (s[2], s[1], s[0])),
     "conv_g": Layout(lambda a: a.reshape(-1), lambda s: (s[0], 1, 1)),

@@ -50,7 +50,7 @@ def check_and_convert(abstract: nnx.Module, rules: Iterable[Rule], tensors: dict
     if rule.path not in params:
       no_param.append(f"{rule.torch_key} -> {'.'.join(map(str, rule.path))}")
       continue
-    shape = tuple(params[rule.path].value.shape)
+    shape = tuple(params[rule.path].shape)
     if rule.layer is not None:
       shape = shape[1:]
     want = LAYOUTS[rule.layout].torch_shape(shape)
@@ -61,7 +61,7 @@ def check_and_convert(abstract: nnx.Module, rules: Iterable[Rule], tensors: dict
     filled[rule.path].add(rule.layer)
   unfilled = []
   for path, var in params.items():
-    needed = set(range(var.value.shape[0])) if _is_stacked(var) else {None}
+    needed = set(range(var.shape[0])) if _is_stacked(var) else {None}
     if filled[path] != needed:
       unfilled.append(".".join(map(str, path)))
   problems = []
@@ -84,7 +84,7 @@ def check_and_convert(abstract: nnx.Module, rules: Iterable[Rule], tensors: dict
       arrays[rule.path] = value
     else:
       if rule.path not in arrays:
-        arrays[rule.path] = np.empty(var.value.shape, value.dtype)
+        arrays[rule.path] = np.empty(var.shape, value.dtype)
       arrays[rule.path][rule.layer] = value
   return arrays
 
@@ -106,6 +106,6 @@ def materialize(abstract: nnx.Module, arrays: dict[Path, np.ndarray], param_dtyp
         value = jnp.asarray(value, dtype=dtype)
       var = var.replace(jnp.asarray(value))
     else:
-      var = var.replace(jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), var.value))
+      var = var.replace(jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), var.get_value()))
     flat.append((path, var))
   return nnx.merge(graphdef, nnx.from_flat_state(flat))

@@ -132,7 +132,7 @@ def load_voxcpm(model_dir: str, *, lora_path: str | None = None, lora_alpha: flo
 
 
 def _count(module) -> int:
-  return sum(int(np.prod(v.value.shape)) for _, v in nnx.to_flat_state(nnx.state(module, nnx.Param)))
+  return sum(int(np.prod(v.shape)) for _, v in nnx.to_flat_state(nnx.state(module, nnx.Param)))
 
 
 def describe_voxcpm(pretrained: PretrainedVoxCPM) -> str:

@@ -55,6 +55,20 @@ def conv1d(x: jax.Array, kernel: jax.Array, *, stride: int = 1, dilation: int = 
       dimension_numbers=_DIMENSION_NUMBERS)
 
 
+def polyphase_kernel(kernel: jax.Array, stride: int) -> tuple[jax.Array, int]:
+  """Rewrites a transposed-conv kernel [K, C_in, C_out] as a frame-rate conv kernel.
+
+  Output block m (samples m*s .. m*s+s-1) = sum_r x[m - r] @ kernel[r*s : r*s + s], i.e. a causal
+  conv over input frames with `phases` taps producing s * C_out channels ordered (sample, out).
+  Returns the kernel [phases, C_in, s * C_out] and `phases`.
+  """
+  taps, c_in, c_out = kernel.shape
+  phases = -(-taps // stride)
+  padded = jnp.pad(kernel, ((0, phases * stride - taps), (0, 0), (0, 0)))
+  poly = padded.reshape(phases, stride, c_in, c_out)[::-1]
+  return poly.transpose(0, 2, 1, 3).reshape(phases, c_in, stride * c_out), phases
+
+
 def conv_transpose1d(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
   """PyTorch ConvTranspose1d (padding 0) in polyphase form.
 
@@ -64,18 +78,10 @@ def conv_transpose1d(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
   Returns:
     [B, (L - 1) * stride + K, C_out].
   """
-  taps, c_in, c_out = kernel.shape
-  phases = -(-taps // stride)  # frames of input each output block depends on
-  padded = jnp.pad(kernel, ((0, phases * stride - taps), (0, 0), (0, 0)))
-  # Output block m (samples m*s .. m*s+s-1) = sum_r x[m - r] @ kernel[r*s : r*s + s]: a causal
-  # conv over frames whose tap q = phases-1-r, producing s * C_out channels ordered (sample, out).
-  poly = padded.reshape(phases, stride, c_in, c_out)[::-1]
-  poly = poly.transpose(0, 2, 1, 3).reshape(phases, c_in, stride * c_out)
+  poly, phases = polyphase_kernel(kernel, stride)
   frames = jnp.pad(x, ((0, 0), (phases - 1, phases - 1), (0, 0)))
-  blocks = conv1d(frames, poly)  # [B, L + phases - 1, s * C_out]
-  batch = x.shape[0]
-  y = blocks.reshape(batch, -1, c_out)
-  return y[:, :(x.shape[1] - 1) * stride + taps]
+  y = conv1d(frames, poly).reshape(x.shape[0], -1, kernel.shape[2])
+  return y[:, :(x.shape[1] - 1) * stride + kernel.shape[0]]
 
 
 class WNConv1d(nnx.Module):
@@ -92,6 +98,7 @@ class WNConv1d(nnx.Module):
       raise ValueError(f"only dense (groups=1) or depthwise convolutions are supported, got groups={groups} "
                        f"for {in_channels}->{out_channels} channels")
     self.depthwise = groups > 1
+    self.in_channels = in_channels
     self.stride, self.dilation, self.left_pad = stride, dilation, left_pad
     fan_in = (in_channels // groups) * kernel_size
     init = torch_linear_init(fan_in)
@@ -105,9 +112,8 @@ class WNConv1d(nnx.Module):
   def weight(self) -> jax.Array:
     return weight_normalize(self.weight_v[...], self.weight_g[...], (0, 1))
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    if self.left_pad:
-      x = jnp.pad(x, ((0, 0), (self.left_pad, 0), (0, 0)))
+  def _valid(self, x: jax.Array) -> jax.Array:
+    """The convolution of an input that already holds its left context."""
     w = self.weight()
     if self.depthwise:
       if self.stride != 1:
@@ -119,6 +125,22 @@ class WNConv1d(nnx.Module):
       y = y + self.bias[...]
     return y
 
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.left_pad:
+      x = jnp.pad(x, ((0, 0), (self.left_pad, 0), (0, 0)))
+    return self._valid(x)
+
+  def stream(self, x: jax.Array, context: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Causal streaming: `context` [B, left_pad, C_in] holds the previous inputs (zeros at the
+    start). Chunks fed in order give exactly the full call's output, concatenated."""
+    if self.stride != 1:
+      raise ValueError("streaming needs stride 1")
+    full = jnp.concatenate([context.astype(x.dtype), x], axis=1)
+    return self._valid(full), full[:, full.shape[1] - self.left_pad:]
+
+  def stream_context(self, batch: int, dtype=jnp.float32) -> jax.Array:
+    return jnp.zeros((batch, self.left_pad, self.in_channels), dtype)
+
 
 class WNConvTranspose1d(nnx.Module):
   """Weight-normalised ConvTranspose1d whose output is trimmed by `right_trim` samples.
@@ -129,7 +151,7 @@ class WNConvTranspose1d(nnx.Module):
 
   def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int,
                right_trim: int = 0, rngs: nnx.Rngs, param_dtype=jnp.float32):
-    self.stride, self.right_trim = stride, right_trim
+    self.in_channels, self.stride, self.right_trim = in_channels, stride, right_trim
     # PyTorch computes fan-in from weight.size(1) * K = C_out * K for transposed convs.
     init = torch_linear_init(out_channels * kernel_size)
     v_shape = (kernel_size, in_channels, out_channels)
@@ -146,6 +168,22 @@ class WNConvTranspose1d(nnx.Module):
     if self.right_trim:
       y = y[:, :y.shape[1] - self.right_trim]
     return y
+
+  def _phases(self) -> int:
+    return -(-self.weight_v.shape[0] // self.stride)
+
+  def stream(self, x: jax.Array, context: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Causal streaming with `context` [B, phases - 1, C_in], the previous input frames. Needs the
+    causal trim (kernel - right_trim == stride), so that L frames give exactly L * stride samples."""
+    if self.weight_v.shape[0] - self.right_trim != self.stride:
+      raise ValueError("streaming a transposed conv needs kernel_size - right_trim == stride")
+    poly, phases = polyphase_kernel(self.weight(), self.stride)
+    frames = jnp.concatenate([context.astype(x.dtype), x], axis=1)
+    y = conv1d(frames, poly).reshape(x.shape[0], -1, self.bias.shape[0]) + self.bias[...]
+    return y, frames[:, frames.shape[1] - (phases - 1):]
+
+  def stream_context(self, batch: int, dtype=jnp.float32) -> jax.Array:
+    return jnp.zeros((batch, self._phases() - 1, self.in_channels), dtype)
 
 
 def snake(x: jax.Array, alpha: jax.Array) -> jax.Array:

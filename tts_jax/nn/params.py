@@ -61,3 +61,9 @@ def constant_init(value: float) -> Initializer:
     return jnp.full(shape, value, dtype)
 
   return init
+
+
+def cast_floating_params(module, dtype) -> None:
+  """Casts every floating-point parameter of an NNX module to `dtype`, in place."""
+  state = nnx.state(module, nnx.Param)
+  nnx.update(module, jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, state))

@@ -13,6 +13,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from tts_jax.nn.attention import Attention, dot_product_attention
@@ -122,7 +123,13 @@ def _stacked_layers(config: TransformerConfig, rngs: nnx.Rngs, param_dtype) -> D
 
 
 class Transformer(nnx.Module):
-  """Decoder stack: optional token embedding, stacked layers, final RMSNorm."""
+  """Decoder stack: optional token embedding, layers, final RMSNorm.
+
+  Layers are stored stacked (the canonical form: one `lax.scan`, one layer to compile, one array
+  per parameter to shard and checkpoint). `unstack_layers()` converts them to separate per-layer
+  parameters run by an unrolled loop, which decodes several times faster on CPU, where XLA copies
+  every slice of a stacked weight before using it. Both forms run the same layer code.
+  """
 
   def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
     config.validate()
@@ -132,13 +139,39 @@ class Transformer(nnx.Module):
     self.layers = _stacked_layers(config, rngs, param_dtype)
     self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps, rngs=rngs, param_dtype=param_dtype)
 
+  @property
+  def is_stacked(self) -> bool:
+    return not isinstance(self.layers, nnx.List)
+
+  def unstack_layers(self) -> None:
+    """Replaces the stacked layers by per-layer modules holding slices of the same values."""
+    if not self.is_stacked:
+      return
+    stacked = {tuple(p): v for p, v in nnx.to_flat_state(nnx.state(self.layers))}
+    layers = []
+    for i in range(self.config.num_layers):
+      layer = nnx.eval_shape(lambda: DecoderLayer(self.config, rngs=nnx.Rngs(0)))
+      graphdef, abstract = nnx.split(layer)
+      flat = [(tuple(p), v.replace(stacked[tuple(p)][...][i])) for p, v in nnx.to_flat_state(abstract)]
+      layers.append(nnx.merge(graphdef, nnx.from_flat_state(flat)))
+    self.layers = nnx.List(layers)
+
   # ----------------------------------------------------------------------------------------------
   def _rope(self, positions: jax.Array):
     if self.config.rope is None:
       return None
     return rope_cos_sin(positions, self.config.resolved_head_dim, self.config.rope)
 
-  def _scan_layers(self, body, carry, extra_xs=()):
+  def _over_layers(self, body, carry, extra_xs=()):
+    """carry, ys = body(layer, carry, *xs_i) over the layers (scan, or an unrolled loop)."""
+    if not self.is_stacked:
+      outputs = []
+      for i, layer in enumerate(self.layers):
+        carry, y = body(layer, carry, *(x[i] for x in extra_xs))
+        outputs.append(y)
+      if outputs[0] is None:
+        return carry, None
+      return carry, jax.tree.map(lambda *ys: jnp.stack(ys), *outputs)
     graphdef, layer_state = nnx.split(self.layers)
 
     def scan_body(carry, xs):
@@ -175,7 +208,7 @@ class Transformer(nnx.Module):
       h, kv = layer(h, rope, mask)
       return h, kv
 
-    h, (k, v) = self._scan_layers(body, x)
+    h, (k, v) = self._over_layers(body, x)
     return self.norm(h), (k, v)
 
   def __call__(self, x: jax.Array, *, causal: bool, **kwargs) -> jax.Array:
@@ -222,11 +255,19 @@ class Transformer(nnx.Module):
       v_all = jax.lax.dynamic_update_slice(v_all, new_v[None], (layer_index, 0, index, 0, 0))
       return (h, k_all, v_all), None
 
-    layer_ids = jnp.arange(self.config.num_layers)
-    (h, k, v), _ = self._scan_layers(body, (x[:, None, :], cache.k, cache.v), (layer_ids,))
+    layer_ids = np.arange(self.config.num_layers)  # static ints in the unrolled form
+    (h, k, v), _ = self._over_layers(body, (x[:, None, :], cache.k, cache.v), (layer_ids,))
     return self.norm(h[:, 0]), KVCache(k=k, v=v)
 
 
 def mup_residual_scale(scale_depth: float, num_layers: int) -> float:
   """MiniCPM's muP residual multiplier."""
   return scale_depth / math.sqrt(num_layers)
+
+
+def unstack_all_layers(module: nnx.Module) -> nnx.Module:
+  """Converts every Transformer inside `module` to per-layer parameters (in place); returns it."""
+  stacks = [node for _, node in nnx.iter_graph(module) if isinstance(node, Transformer)]
+  for stack in stacks:
+    stack.unstack_layers()
+  return module

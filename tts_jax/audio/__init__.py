@@ -1,0 +1,1 @@
+"""Audio I/O and JAX signal processing."""

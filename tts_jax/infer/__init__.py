@@ -1,0 +1,1 @@
+"""Inference: compiled generation loops, batching, streaming and the public Synthesizer API."""
